@@ -1,0 +1,78 @@
+"""kopf handlers: start the engine, feed it every MessageTracker event, stop it.
+
+Only event-watching handlers are used, so kopf neither adds finalizers nor
+writes annotations to the trackers: deleting a tracker never waits for the
+operator, even when the operator is not running.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import httpx
+import kopf
+
+from replytracker.engine import Engine
+from replytracker.kube import KubeClient, load_config
+from replytracker.models import GROUP, PLURAL, VERSION
+from replytracker.provider import ProviderClient
+from replytracker.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+
+@kopf.on.startup()
+async def start_engine(memo: kopf.Memo, settings: kopf.OperatorSettings, **_: Any) -> None:
+    """Read the settings, open the clients and start the scheduler task."""
+    # One replica runs at a time (the Deployment uses strategy Recreate), so
+    # kopf's peering, which needs cluster-wide CRDs of its own, is not used.
+    settings.peering.standalone = True
+    settings.posting.level = logging.WARNING
+    settings.watching.server_timeout = 300
+
+    config = Settings()
+    api_client = load_config()
+    provider = ProviderClient(
+        base_url=config.api_url,
+        timeout_seconds=config.request_timeout_seconds,
+        response_wait_seconds=config.response_wait_seconds,
+    )
+    http = httpx.AsyncClient(timeout=config.request_timeout_seconds, follow_redirects=False)
+    engine = Engine(settings=config, kube=KubeClient(api_client), provider=provider, http=http)
+    memo.engine = engine
+    memo.clients = (provider, http, api_client)
+    memo.engine_task = asyncio.create_task(engine.run(), name="replytracker-engine")
+    logger.info(
+        "reply-tracker started: provider %s, minimum interval %g s, default webhook %s.",
+        config.api_url,
+        config.min_frequency_seconds,
+        "set" if config.webhook_url else "not set",
+    )
+
+
+@kopf.on.cleanup()
+async def stop_engine(memo: kopf.Memo, **_: Any) -> None:
+    """Cancel the scheduler and close the clients."""
+    task: asyncio.Task[None] | None = memo.get("engine_task")
+    if task is not None:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    clients = memo.get("clients")
+    if clients is not None:
+        provider, http, api_client = clients
+        await provider.aclose()
+        await http.aclose()
+        api_client.close()
+    logger.info("reply-tracker stopped.")
+
+
+@kopf.on.event(GROUP, VERSION, PLURAL)
+def on_tracker_event(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    """Pass each event to the engine; ``type`` is None for objects listed at start."""
+    engine: Engine = memo.engine
+    if type == "DELETED":
+        engine.forget(body["metadata"]["uid"])
+    else:
+        engine.observe(body)

@@ -1,0 +1,58 @@
+"""Operator-wide settings, read from REPLYTRACKER_* environment variables."""
+
+from __future__ import annotations
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_API_URL = "https://api.we-link.ai/api/v1"
+
+
+class Settings(BaseSettings):
+    """Settings shared by every tracker; a tracker's spec overrides credentials and webhook."""
+
+    model_config = SettingsConfigDict(env_prefix="REPLYTRACKER_", extra="ignore")
+
+    api_url: str = Field(
+        default=DEFAULT_API_URL,
+        description="Base URL of the WeLink-compatible API, including /api/v1.",
+    )
+    api_key: SecretStr | None = Field(default=None, description="Default provider API key.")
+    api_secret: SecretStr | None = Field(default=None, description="Default provider API secret.")
+    webhook_url: str | None = Field(
+        default=None, description="Webhook for trackers without spec.webhook."
+    )
+    webhook_secret: SecretStr | None = Field(
+        default=None, description="Signing key for the default webhook."
+    )
+    min_frequency_seconds: float = Field(
+        default=60.0,
+        gt=0,
+        description="Shortest interval between two checks of one tracker, in seconds; "
+        "also the first retry delay after a failed check.",
+    )
+    request_timeout_seconds: float = Field(
+        default=30.0, gt=0, description="Timeout of one HTTP request to the provider or a webhook."
+    )
+    response_wait_seconds: float = Field(
+        default=60.0,
+        gt=0,
+        description="How long to poll get_response for an asynchronous answer before the check fails.",
+    )
+    webhook_max_attempts: int = Field(
+        default=10, ge=1, description="Delivery attempts before a webhook is given up as failed."
+    )
+    webhook_retry_base_seconds: float = Field(
+        default=10.0, gt=0, description="Delay before the second delivery attempt; doubles after each."
+    )
+    webhook_retry_max_seconds: float = Field(
+        default=3600.0, gt=0, description="Longest delay between two delivery attempts."
+    )
+    max_concurrent_checks: int = Field(
+        default=20, ge=1, description="Checks and deliveries running at the same time."
+    )
+
+    @field_validator("api_url")
+    @classmethod
+    def _strip_slash(cls, value: str) -> str:
+        return value.rstrip("/")
