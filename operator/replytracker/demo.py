@@ -21,7 +21,7 @@ from typing import Any
 
 import yaml
 
-from replytracker.controlplane import ControlPlane, find_assets
+from replytracker.controlplane import ControlPlane, find_assets, free_port
 from replytracker.fake_provider import FakeProvider, FakeProviderServer
 from replytracker.receiver import Delivery, WebhookReceiver, describe_delivery
 
@@ -89,12 +89,16 @@ def _watch(plane: ControlPlane, *, until: Callable[[dict[str, Any]], bool], what
         time.sleep(0.5)
 
 
-def _start_operator(plane: ControlPlane, provider: FakeProviderServer, log_path: Path) -> subprocess.Popen[bytes]:
+def _start_operator(
+    plane: ControlPlane, provider: FakeProviderServer, log_path: Path, *, metrics_port: int
+) -> subprocess.Popen[bytes]:
     env = {
         **os.environ,
         "KUBECONFIG": str(plane.kubeconfig),
         "REPLYTRACKER_API_URL": provider.api_url,
         "REPLYTRACKER_MIN_FREQUENCY_SECONDS": "5",
+        "REPLYTRACKER_METRICS_ADDRESS": "127.0.0.1",
+        "REPLYTRACKER_METRICS_PORT": str(metrics_port),
     }
     log = open(log_path, "ab")
     try:
@@ -183,8 +187,12 @@ def _play(plane: ControlPlane, *, workdir: Path, keep_running: bool) -> int:
                 "create", "secret", "generic", "webhook-signing", "-n", NAMESPACE, f"--from-literal=key={SIGNING_KEY}"
             )
 
-            _say(f"Starting the operator (log: {workdir / 'operator.log'})")
-            operator = _start_operator(plane, provider, workdir / "operator.log")
+            metrics_port = free_port()
+            _say(
+                f"Starting the operator (log: {workdir / 'operator.log'}, "
+                f"metrics: http://127.0.0.1:{metrics_port}/metrics)"
+            )
+            operator = _start_operator(plane, provider, workdir / "operator.log", metrics_port=metrics_port)
 
             manifest = _tracker_manifest(receiver.url)
             _say("kubectl apply -f - <<EOF")

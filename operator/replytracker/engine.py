@@ -24,7 +24,8 @@ import httpx
 import pydantic
 from kubernetes.client.rest import ApiException
 
-from replytracker import schedule, status, webhook
+from replytracker import metrics, schedule, status, webhook
+from replytracker.events import EventRecorder
 from replytracker.kube import KubeClient, SecretProblem
 from replytracker.messages import Message, ReplyCriteria, find_reply, parse_messages
 from replytracker.models import MessageTracker, MessageTrackerStatus
@@ -79,8 +80,10 @@ class Engine:
         kube: KubeClient,
         provider: ProviderClient,
         http: httpx.AsyncClient,
+        events: EventRecorder | None = None,
     ) -> None:
         self._settings = settings
+        self._events = events
         self._kube = kube
         self._provider = provider
         self._http = http
@@ -135,12 +138,26 @@ class Engine:
     def forget(self, uid: str) -> None:
         """Drop a deleted tracker; a step already running finds it gone and stops."""
         record = self._records.pop(uid, None)
+        if self._events is not None:
+            self._events.forget(uid)
         if record is not None and record.tracker is not None:
             logger.info("Stopped tracking %s: it was deleted.", record.tracker.ref)
 
     @property
     def tracked(self) -> int:
         return len(self._records)
+
+    def phases(self) -> list[str]:
+        """Return each tracker's phase, with Pending for one not checked yet, for the metrics gauge."""
+        result = []
+        for record in list(self._records.values()):
+            phase = record.tracker.status.phase if record.tracker is not None else None
+            result.append(phase.value if phase is not None else "Pending")
+        return result
+
+    async def _event(self, tracker: MessageTracker, *, warning: bool, reason: str, message: str) -> None:
+        if self._events is not None:
+            await self._events.post(tracker, type="Warning" if warning else "Normal", reason=reason, message=message)
 
     # --- the scheduler --------------------------------------------------------
 
@@ -302,16 +319,19 @@ class Engine:
     async def _check(self, record: _Record, tracker: MessageTracker, *, now: datetime) -> None:
         interval, clamped = schedule.check_interval(tracker.spec, timing=self._timing)
         try:
-            messages = await self._fetch(tracker)
+            with metrics.CHECK_DURATION.time():
+                messages = await self._fetch(tracker)
         except SecretProblem as exc:
             delay = schedule.failure_delay(
                 consecutive_failures=tracker.status.consecutive_failures + 1, interval=interval, timing=self._timing
             )
             logger.warning("Check of %s skipped: %s", tracker.ref, exc.message)
+            metrics.CHECKS.labels(result="failed", reason=exc.reason).inc()
             await self._write(
                 record,
                 status.after_failure(tracker, now=now, reason=exc.reason, message=exc.message, next_check=now + delay),
             )
+            await self._event(tracker, warning=True, reason=exc.reason, message=exc.message)
             return
         except ProviderError as exc:
             delay = self._failure_delay(tracker, exc, interval=interval)
@@ -322,10 +342,12 @@ class Engine:
                 exc.message,
                 delay.total_seconds(),
             )
+            metrics.CHECKS.labels(result="failed", reason=exc.reason).inc()
             await self._write(
                 record,
                 status.after_failure(tracker, now=now, reason=exc.reason, message=exc.message, next_check=now + delay),
             )
+            await self._event(tracker, warning=True, reason=exc.reason, message=exc.message)
             return
 
         criteria = ReplyCriteria(
@@ -337,6 +359,7 @@ class Engine:
         reply = find_reply(messages, criteria=criteria)
         if reply is None:
             logger.debug("Checked %s: %d messages, no reply.", tracker.ref, len(messages))
+            metrics.CHECKS.labels(result="no_reply", reason="").inc()
             await self._write(record, status.after_no_reply(tracker, now=now, interval=interval, clamped=clamped))
             return
 
@@ -359,7 +382,11 @@ class Engine:
             reply.message_id,
             reply.sender_name or reply.sender_profile_id,
         )
+        metrics.CHECKS.labels(result="reply", reason="").inc()
+        metrics.REPLIES.inc()
         await self._write(record, new_status)
+        sender = reply.sender_name or reply.sender_profile_id or "an unknown sender"
+        await self._event(tracker, warning=False, reason="ReplyDetected", message=f"Reply from {sender}; tracking stopped.")
 
     def _failure_delay(self, tracker: MessageTracker, exc: ProviderError, *, interval: timedelta) -> timedelta:
         """Return the wait after a provider error: at the frequency for errors a retry cannot fix, else backoff."""
@@ -383,7 +410,14 @@ class Engine:
             ),
         )
         logger.info("Tracker %s expired after %g hours without a reply.", tracker.ref, tracker.spec.timeout_hours)
+        metrics.EXPIRED.inc()
         await self._write(record, new_status)
+        await self._event(
+            tracker,
+            warning=False,
+            reason="Expired",
+            message=f"No reply within spec.timeoutHours={tracker.spec.timeout_hours:g}; tracking stopped.",
+        )
 
     def _webhook_url(self, tracker: MessageTracker) -> str | None:
         if tracker.spec.webhook is not None:
@@ -476,6 +510,7 @@ class Engine:
                     tracker, now=now, reason=exc.reason, message=exc.message, max_attempts=max_attempts
                 ),
             )
+            await self._event(tracker, warning=True, reason=exc.reason, message=exc.message)
             return
         except ProviderError as exc:
             logger.warning("Webhook delivery for %s waits: re-reading the reply failed: %s", tracker.ref, exc.message)
@@ -501,6 +536,12 @@ class Engine:
         )
         attempts = webhook_status.attempts + 1
         next_attempt = now + schedule.webhook_retry_delay(attempts=attempts, timing=self._timing)
+        gave_up = not result.delivered and (result.permanent or attempts >= max_attempts)
+        outcome = "delivered" if result.delivered else "failed" if gave_up else "retrying"
+        metrics.WEBHOOK_ATTEMPTS.labels(result=outcome).inc()
+        if outcome != "retrying":
+            metrics.WEBHOOK_DELIVERIES.labels(result=outcome).inc()
+            metrics.WEBHOOK_ATTEMPTS_PER_DELIVERY.observe(attempts)
         if result.delivered:
             logger.info(
                 "Webhook %s for %s delivered (HTTP %s, attempt %d).",
@@ -517,7 +558,7 @@ class Engine:
                 tracker.ref,
                 attempts,
                 result.error,
-                "; giving up." if result.permanent or attempts >= max_attempts else "; will retry.",
+                "; giving up." if gave_up else "; will retry.",
             )
         await self._write(
             record,
@@ -532,6 +573,21 @@ class Engine:
                 next_attempt=next_attempt,
             ),
         )
+        if result.delivered:
+            await self._event(
+                tracker,
+                warning=False,
+                reason="WebhookDelivered",
+                message=f"Webhook {webhook_status.delivery_id} delivered on attempt {attempts}.",
+            )
+        else:
+            await self._event(
+                tracker,
+                warning=True,
+                reason="WebhookFailed" if gave_up else "WebhookRetrying",
+                message=f"Webhook attempt {attempts} failed: {result.error}"
+                + ("; giving up." if gave_up else "; will retry."),
+            )
 
 
 def _invalid_tracker(body: Any) -> MessageTracker:

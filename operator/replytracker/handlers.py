@@ -13,8 +13,11 @@ from typing import Any
 
 import httpx
 import kopf
+from prometheus_client import start_http_server
 
+from replytracker import metrics
 from replytracker.engine import Engine
+from replytracker.events import EventRecorder
 from replytracker.kube import KubeClient, load_config
 from replytracker.models import GROUP, PLURAL, VERSION
 from replytracker.provider import ProviderClient
@@ -40,9 +43,16 @@ async def start_engine(memo: kopf.Memo, settings: kopf.OperatorSettings, **_: An
         response_wait_seconds=config.response_wait_seconds,
     )
     http = httpx.AsyncClient(timeout=config.request_timeout_seconds, follow_redirects=False)
-    engine = Engine(settings=config, kube=KubeClient(api_client), provider=provider, http=http)
+    kube = KubeClient(api_client)
+    events = EventRecorder(kube, period_seconds=config.event_period_seconds)
+    engine = Engine(settings=config, kube=kube, provider=provider, http=http, events=events)
     memo.engine = engine
     memo.clients = (provider, http, api_client)
+    memo.phase_collector = metrics.register_trackers(engine.phases)
+    if config.metrics_port:
+        server, _ = start_http_server(config.metrics_port, addr=config.metrics_address)
+        memo.metrics_server = server
+        logger.info("Serving metrics on %s:%d/metrics.", config.metrics_address, config.metrics_port)
     memo.engine_task = asyncio.create_task(engine.run(), name="replytracker-engine")
     logger.info(
         "reply-tracker started: provider %s, minimum interval %g s, default webhook %s.",
@@ -59,6 +69,13 @@ async def stop_engine(memo: kopf.Memo, **_: Any) -> None:
     if task is not None:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
+    server = memo.get("metrics_server")
+    if server is not None:
+        server.shutdown()
+        server.server_close()
+    collector = memo.get("phase_collector")
+    if collector is not None:
+        metrics.unregister(collector)
     clients = memo.get("clients")
     if clients is not None:
         provider, http, api_client = clients

@@ -8,6 +8,9 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import os
+import socket
+from datetime import datetime, timezone
 from typing import Any
 
 import kubernetes
@@ -87,3 +90,25 @@ class KubeClient:
             raise SecretProblem(
                 "SecretInvalid", f"Key {key!r} of Secret {namespace}/{name} is not UTF-8 text."
             ) from exc
+
+    async def create_event(
+        self, *, namespace: str, name: str, uid: str, type: str, reason: str, message: str
+    ) -> None:
+        """Create a core/v1 Event about a tracker, as ``kubectl describe`` shows them."""
+        now = datetime.now(timezone.utc)
+        event = kubernetes.client.CoreV1Event(
+            metadata=kubernetes.client.V1ObjectMeta(generate_name=f"{name}.", namespace=namespace),
+            involved_object=kubernetes.client.V1ObjectReference(
+                api_version=f"{GROUP}/{VERSION}", kind="MessageTracker", name=name, namespace=namespace, uid=uid
+            ),
+            type=type,
+            reason=reason,
+            message=message[:1024],
+            first_timestamp=now,
+            last_timestamp=now,
+            count=1,
+            source=kubernetes.client.V1EventSource(component="reply-tracker"),
+            reporting_component="replytracker.dev/operator",
+            reporting_instance=os.environ.get("POD_NAME") or socket.gethostname(),
+        )
+        await asyncio.to_thread(self._core.create_namespaced_event, namespace, event)

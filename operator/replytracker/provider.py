@@ -18,6 +18,8 @@ from typing import Any
 
 import httpx
 
+from replytracker import metrics
+
 logger = logging.getLogger(__name__)
 
 _PENDING_STATUSES = {"PENDING", "PROCESSING", "IN_PROGRESS", "QUEUED", "RUNNING", "ACCEPTED"}
@@ -172,9 +174,12 @@ class ProviderClient:
         try:
             response = await self._http.post(url, json=body, headers=headers)
         except httpx.TimeoutException as exc:
+            metrics.PROVIDER_RESPONSES.labels(call=path, code="none").inc()
             raise ProviderError(f"{path} timed out: {type(exc).__name__}") from exc
         except httpx.HTTPError as exc:
+            metrics.PROVIDER_RESPONSES.labels(call=path, code="none").inc()
             raise ProviderError(f"{path} failed: {type(exc).__name__}: {exc}") from exc
+        metrics.PROVIDER_RESPONSES.labels(call=path, code=str(response.status_code)).inc()
         _raise_for_status(response, call=path)
         try:
             data = response.json()

@@ -48,6 +48,17 @@ class Settings(BaseSettings):
     webhook_retry_max_seconds: float = Field(
         default=3600.0, gt=0, description="Longest delay between two delivery attempts."
     )
+    metrics_port: int = Field(
+        default=9090, ge=0, le=65535, description="Port of the Prometheus /metrics endpoint; 0 turns it off."
+    )
+    metrics_address: str = Field(
+        default="0.0.0.0", description="Address the metrics endpoint listens on."
+    )
+    event_period_seconds: float = Field(
+        default=3600.0,
+        gt=0,
+        description="Shortest time between two Kubernetes Events with the same reason on one tracker.",
+    )
     max_concurrent_checks: int = Field(
         default=20, ge=1, description="Checks and deliveries running at the same time."
     )

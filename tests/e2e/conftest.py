@@ -121,6 +121,7 @@ def start_operator(
             "REPLYTRACKER_WEBHOOK_RETRY_BASE_SECONDS": "0.5",
             "REPLYTRACKER_WEBHOOK_RETRY_MAX_SECONDS": "2",
             "REPLYTRACKER_REQUEST_TIMEOUT_SECONDS": "5",
+            "REPLYTRACKER_METRICS_PORT": "0",
             "REPLYTRACKER_RESPONSE_WAIT_SECONDS": "10",
         }
         env.update({f"REPLYTRACKER_{key.upper()}": value for key, value in overrides.items()})
