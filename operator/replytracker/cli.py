@@ -16,6 +16,15 @@ def _run(args: argparse.Namespace) -> int:
         print("replytracker run: pass --all-namespaces or at least one --namespace NAME", file=sys.stderr)
         return 2
     kopf.configure(verbose=args.verbose, debug=args.debug, log_prefix=True)
+    # The Kubernetes client logs response bodies at debug level, Secrets
+    # included, and the HTTP libraries log every request: keep them quiet
+    # whatever the verbosity.
+    for name in ("kubernetes.client.rest", "urllib3", "httpx", "httpcore"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    if not args.debug:
+        # kopf logs each watch event it hands to a handler; at thousands of
+        # trackers that drowns everything else. Its warnings and errors stay.
+        logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     kopf.run(
         clusterwide=args.all_namespaces,
         namespaces=args.namespace or (),
@@ -96,7 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--mode", choices=["sync", "async"], default="sync", help="answer at once, or through get_response"
     )
     fake.add_argument(
-        "--pending-polls", type=int, default=1, help="get_response polls answered PENDING before the result"
+        "--pending-polls", type=int, default=1, help="get_response polls that return PENDING before the result"
     )
     fake.add_argument(
         "--rate-limit", type=int, default=150, help="message-sync requests per account per rolling hour"
@@ -124,8 +133,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     args = build_parser().parse_args(argv)
+    if args.command != "run":
+        # `run` leaves logging to kopf.configure, which installs its own handler.
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     return int(args.handler(args) or 0)
 
 

@@ -31,7 +31,7 @@ THREAD = "thread-with-bob"
 API_KEY = "demo-key"
 API_SECRET = "demo-secret"
 SIGNING_KEY = "demo-signing-key"
-# 0.002 hours is 7.2 seconds, so the demo sees a few checks before the reply.
+# 0.002 hours is 7.2 seconds, so the demo shows a few checks before the reply.
 FREQUENCY_HOURS = 0.002
 WAIT_SECONDS = 120
 
@@ -69,7 +69,7 @@ def _status(plane: ControlPlane) -> dict[str, Any]:
 
 
 def _watch(plane: ControlPlane, *, until: Callable[[dict[str, Any]], bool], what: str) -> dict[str, Any]:
-    """Print the tracker's row whenever it changes, until ``until`` holds or WAIT_SECONDS pass."""
+    """Print the tracker's row whenever it changes, until ``until`` returns True or WAIT_SECONDS pass."""
     deadline = time.monotonic() + WAIT_SECONDS
     shown: tuple[Any, ...] | None = None
     while True:

@@ -1,9 +1,9 @@
 """The engine: one scheduler for all trackers, and the steps it runs.
 
 kopf's watch feeds every MessageTracker event to ``Engine.observe``. The
-engine keeps a small record per tracker and a heap of wake-up times, so
-tens of thousands of trackers cost one asyncio task, not one each, and no
-finalizer is needed: a deleted tracker is simply dropped from the heap.
+engine keeps a small record per tracker and a heap of wake-up times, so tens
+of thousands of trackers cost one asyncio task, not one each. No finalizer is
+needed, because a deleted tracker is simply dropped from the heap.
 
 The operator is the only writer of status. After its own write, the engine
 keeps the status it wrote and ignores the status in later watch events, so
@@ -46,7 +46,7 @@ def utcnow() -> datetime:
 
 @dataclass
 class _Record:
-    """What the engine keeps per tracker."""
+    """Per-tracker state of the engine."""
 
     tracker: MessageTracker | None
     invalid: str | None = None
@@ -537,7 +537,12 @@ class Engine:
         attempts = webhook_status.attempts + 1
         next_attempt = now + schedule.webhook_retry_delay(attempts=attempts, timing=self._timing)
         gave_up = not result.delivered and (result.permanent or attempts >= max_attempts)
-        outcome = "delivered" if result.delivered else "failed" if gave_up else "retrying"
+        if result.delivered:
+            outcome = "delivered"
+        elif gave_up:
+            outcome = "failed"
+        else:
+            outcome = "retrying"
         metrics.WEBHOOK_ATTEMPTS.labels(result=outcome).inc()
         if outcome != "retrying":
             metrics.WEBHOOK_DELIVERIES.labels(result=outcome).inc()

@@ -1,7 +1,7 @@
 """Kubernetes Events on trackers, at most one per tracker and reason per period.
 
-A tracker whose credentials stay wrong is checked every hour for weeks; one
-Warning per period says so without flooding ``kubectl describe`` or etcd.
+A tracker whose credentials stay wrong is checked every hour for weeks. One
+Warning per period reports it without flooding ``kubectl describe`` or etcd.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Provider messages and reply detection: pure functions, no I/O.
 
 The provider does not document the fields of a message, so each field is
-read under every name it is known to use; the first name listed is the one
+read under every name it is known to use. The first name listed is the one
 the project assumes.
 """
 

@@ -48,7 +48,7 @@ class SecretKeyRef(_Model):
 
 
 class WebhookSpec(_Model):
-    """Where to send the reply notification."""
+    """Webhook that receives the reply notification."""
 
     url: Annotated[str, Field(min_length=1, max_length=2048)] = Field(
         description="http or https URL that receives a JSON POST when a reply is detected "
@@ -86,7 +86,7 @@ def _immutable(field: str) -> dict[str, Any]:
 
 
 class MessageTrackerSpec(_Model):
-    """What to watch and how often."""
+    """Thread to watch, check schedule and notification target."""
 
     account_id: Annotated[str, Field(min_length=1, max_length=256)] = Field(
         description="Provider account that sent the tracked message. Immutable.",
@@ -195,7 +195,7 @@ class WebhookStatus(_Model):
 
 
 class MessageTrackerStatus(_Model):
-    """What the operator observed; written only by the operator."""
+    """Observed state, written only by the operator."""
 
     phase: Phase | None = Field(
         default=None, description="Tracking, Replied, Expired, Suspended or Failed."

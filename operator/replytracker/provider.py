@@ -1,7 +1,7 @@
 """Client for the WeLink-compatible messaging API.
 
 Every call is a POST with a JSON body and the ``x-api-key``/``x-api-secret``
-headers. An answer either carries ``status: SUCCESS`` and the ``result`` at
+headers. A response either carries ``status: SUCCESS`` and the ``result`` at
 once, or a request id whose result is collected by polling ``get_response``.
 Each failure is raised as a ``ProviderError`` subclass whose ``reason`` is
 the condition reason the tracker's status shows.
@@ -50,7 +50,7 @@ class ProviderError(Exception):
 
     @property
     def transient(self) -> bool:
-        """True when retrying soon may succeed (server errors, timeouts, malformed answers)."""
+        """True when retrying soon may succeed (server errors, timeouts, malformed responses)."""
         return True
 
 
@@ -122,7 +122,7 @@ def _raise_for_status(response: httpx.Response, *, call: str) -> None:
     if response.status_code < 400:
         return
     code, message = _body_summary(response)
-    detail = f"{call} answered HTTP {response.status_code}"
+    detail = f"{call} returned HTTP {response.status_code}"
     if code:
         detail += f" {code}"
     if message:
@@ -184,13 +184,13 @@ class ProviderClient:
         try:
             data = response.json()
         except (ValueError, json.JSONDecodeError) as exc:
-            raise ProviderError(f"{path} answered HTTP {response.status_code} with a body that is not JSON") from exc
+            raise ProviderError(f"{path} returned HTTP {response.status_code} with a body that is not JSON") from exc
         if not isinstance(data, dict):
-            raise ProviderError(f"{path} answered a JSON {type(data).__name__}, expected an object")
+            raise ProviderError(f"{path} returned a JSON {type(data).__name__}, expected an object")
         return data
 
     async def _result(self, path: str, body: dict[str, Any], *, credentials: Credentials) -> Any:
-        """Call ``path`` and return its ``result``, polling get_response for an asynchronous answer."""
+        """Call ``path`` and return its ``result``, polling get_response for an asynchronous response."""
         data = await self._post(path, body, credentials=credentials)
         deadline = time.monotonic() + self._response_wait
         delay = self._first_poll_delay
@@ -204,7 +204,7 @@ class ProviderClient:
                 message = data.get("message") if isinstance(data.get("message"), str) else ""
                 raise ProviderError(f"{path} ended with status {status}: {message[:300]}".rstrip(": "))
             if request_id is None:
-                raise ProviderError(f"{path} answered neither a result nor a request id")
+                raise ProviderError(f"{path} returned neither a result nor a request id")
             if time.monotonic() + delay > deadline:
                 raise ProviderError(
                     f"{path} request {request_id} still pending after {self._response_wait:.0f} s "
@@ -233,4 +233,4 @@ class ProviderClient:
                 return messages
             if isinstance(messages, dict) and isinstance(messages.get("items"), list):
                 return messages["items"]
-        raise ProviderError("personal_messages answered without a list of messages in result.messages")
+        raise ProviderError("personal_messages returned no list of messages in result.messages")

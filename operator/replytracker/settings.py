@@ -37,7 +37,7 @@ class Settings(BaseSettings):
     response_wait_seconds: float = Field(
         default=60.0,
         gt=0,
-        description="How long to poll get_response for an asynchronous answer before the check fails.",
+        description="Maximum time to poll get_response for an asynchronous response before the check fails.",
     )
     webhook_max_attempts: int = Field(
         default=10, ge=1, description="Delivery attempts before a webhook is given up as failed."
@@ -46,7 +46,7 @@ class Settings(BaseSettings):
         default=10.0, gt=0, description="Delay before the second delivery attempt; doubles after each."
     )
     webhook_retry_max_seconds: float = Field(
-        default=3600.0, gt=0, description="Longest delay between two delivery attempts."
+        default=3600.0, gt=0, description="Maximum delay between two delivery attempts."
     )
     metrics_port: int = Field(
         default=9090, ge=0, le=65535, description="Port of the Prometheus /metrics endpoint; 0 turns it off."

@@ -1,4 +1,4 @@
-"""How a tracker's status changes after each step: pure functions, no I/O.
+"""Status transitions of a tracker after each step: pure functions, no I/O.
 
 Each function takes the tracker as last observed and returns the complete
 new status, which the engine writes as is.
@@ -47,7 +47,12 @@ def set_condition(
     now: datetime,
 ) -> list[Condition]:
     """Return ``conditions`` with one condition set; lastTransitionTime moves only when status changes."""
-    value = ConditionStatus.UNKNOWN if status is None else ConditionStatus.TRUE if status else ConditionStatus.FALSE
+    if status is None:
+        value = ConditionStatus.UNKNOWN
+    elif status:
+        value = ConditionStatus.TRUE
+    else:
+        value = ConditionStatus.FALSE
     previous = next((c for c in conditions if c.type == type), None)
     transition = previous.last_transition_time if previous is not None and previous.status == value else _stamp(now)
     updated = Condition(
@@ -87,7 +92,7 @@ def _clamp_note(clamped: bool, interval: timedelta) -> str:
 def after_no_reply(
     tracker: MessageTracker, *, now: datetime, interval: timedelta, clamped: bool
 ) -> MessageTrackerStatus:
-    """A successful check that found no reply."""
+    """Return the status after a successful check that found no reply."""
     status = _base(tracker)
     next_check = _stamp_up(now + interval)
     status.phase = Phase.TRACKING
@@ -150,7 +155,7 @@ def after_reply(
     delivery_id: str,
     webhook_configured: bool,
 ) -> MessageTrackerStatus:
-    """A check that found a reply: tracking ends, and a delivery is started if a webhook is set."""
+    """Return the status after a check found a reply: tracking ends, and a delivery starts if a webhook is set."""
     status = _base(tracker)
     generation = tracker.generation
     status.phase = Phase.REPLIED
@@ -197,7 +202,7 @@ def after_reply(
 def after_expiry(
     tracker: MessageTracker, *, now: datetime, delivery_id: str, webhook_configured: bool
 ) -> MessageTrackerStatus:
-    """The timeout passed without a reply: tracking ends."""
+    """Return the status after the timeout passed without a reply: tracking ends."""
     status = _base(tracker)
     generation = tracker.generation
     status.phase = Phase.EXPIRED
@@ -239,7 +244,7 @@ def after_failure(
     next_check: datetime,
     counted_as_check: bool = True,
 ) -> MessageTrackerStatus:
-    """A check that failed (provider error, missing Secret, ...); tracking goes on at ``next_check``."""
+    """Return the status after a failed check (provider error, missing Secret). Tracking goes on at ``next_check``."""
     status = _base(tracker)
     status.phase = Phase.TRACKING
     if counted_as_check:
@@ -260,7 +265,7 @@ def after_failure(
 
 
 def after_invalid_spec(tracker: MessageTracker, *, now: datetime, message: str) -> MessageTrackerStatus:
-    """The spec cannot be acted on; nothing more happens until it changes."""
+    """Return the status for a spec that cannot be acted on. Nothing more happens until it changes."""
     status = _base(tracker)
     status.phase = Phase.FAILED
     status.next_check_time = None
@@ -295,7 +300,7 @@ def after_suspend(tracker: MessageTracker, *, now: datetime) -> MessageTrackerSt
 def after_reschedule(
     tracker: MessageTracker, *, now: datetime, next_check: datetime, interval: timedelta, clamped: bool
 ) -> MessageTrackerStatus:
-    """The spec changed (frequency, resume): record the new schedule."""
+    """Return the status that records a new schedule after a spec change (frequency, resume)."""
     status = _base(tracker)
     status.phase = Phase.TRACKING
     status.next_check_time = _stamp_up(next_check)
@@ -322,7 +327,7 @@ def after_delivery(
     max_attempts: int,
     next_attempt: datetime | None,
 ) -> MessageTrackerStatus:
-    """One webhook delivery attempt and its outcome."""
+    """Return the status after one webhook delivery attempt."""
     status = _base(tracker)
     webhook = (status.webhook or WebhookStatus()).model_copy()
     webhook.attempts += 1
@@ -332,7 +337,7 @@ def after_delivery(
     generation = tracker.generation
     if delivered:
         webhook.delivered_time = _stamp(now)
-        condition = (True, "Delivered", f"Receiver answered HTTP {status_code} on attempt {webhook.attempts}.")
+        condition = (True, "Delivered", f"Receiver returned HTTP {status_code} on attempt {webhook.attempts}.")
     elif permanent or webhook.attempts >= max_attempts:
         why = "a permanent error" if permanent else f"{webhook.attempts} attempts"
         condition = (False, "DeliveryFailed", f"Gave up after {why}: {error}")
@@ -355,7 +360,9 @@ def after_delivery(
 def after_delivery_blocked(
     tracker: MessageTracker, *, now: datetime, reason: str, message: str, max_attempts: int
 ) -> MessageTrackerStatus:
-    """A delivery that could not even be attempted (missing signing Secret): counts as an attempt.
+    """Return the status after a delivery that could not be attempted (missing signing Secret).
+
+    It counts as an attempt.
 
     After ``max_attempts`` the delivery is given up with reason DeliveryFailed.
     """

@@ -96,7 +96,7 @@ def classify(status_code: int) -> DeliveryResult:
         return DeliveryResult(delivered=True, status_code=status_code, error=None, permanent=False)
     permanent = 400 <= status_code < 500 and status_code not in (408, 429)
     return DeliveryResult(
-        delivered=False, status_code=status_code, error=f"receiver answered HTTP {status_code}", permanent=permanent
+        delivered=False, status_code=status_code, error=f"receiver returned HTTP {status_code}", permanent=permanent
     )
 
 

@@ -85,7 +85,7 @@ def test_delivery_outcomes():
     reply = Message(position=0, message_id="m", sender_profile_id="b", sender_name="B", from_owner=False, text="x", sent_at=T0)
     replied = st.after_reply(tracker(), reply=reply, now=T0, delivery_id="d", webhook_configured=True)
     retry = st.after_delivery(
-        tracker(replied), now=T0, status_code=503, error="receiver answered HTTP 503",
+        tracker(replied), now=T0, status_code=503, error="receiver returned HTTP 503",
         delivered=False, permanent=False, max_attempts=3, next_attempt=T0 + timedelta(seconds=10),
     )
     assert retry.webhook is not None
@@ -99,7 +99,7 @@ def test_delivery_outcomes():
     assert done.webhook.last_error is None
     assert condition(done, "WebhookDelivered").status == ConditionStatus.TRUE
     gone = st.after_delivery(
-        tracker(retry), now=T0, status_code=410, error="receiver answered HTTP 410",
+        tracker(retry), now=T0, status_code=410, error="receiver returned HTTP 410",
         delivered=False, permanent=True, max_attempts=3, next_attempt=None,
     )
     assert condition(gone, "WebhookDelivered").reason == "DeliveryFailed"
