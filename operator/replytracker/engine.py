@@ -256,6 +256,8 @@ class Engine:
         if isinstance(action, schedule.Suspend):
             logger.info("Suspended %s.", tracker.ref)
             await self._write(record, status.after_suspend(tracker, now=now))
+        elif isinstance(action, schedule.Acknowledge):
+            await self._write(record, status.after_acknowledge(tracker))
         elif isinstance(action, schedule.Reschedule):
             interval, clamped = schedule.check_interval(tracker.spec, timing=self._timing)
             logger.info("Rescheduled %s: next check at %s.", tracker.ref, action.next_check_time.isoformat())

@@ -114,25 +114,32 @@ class Suspend:
 
 
 @dataclass(frozen=True)
+class Acknowledge:
+    """A finished tracker's spec changed: record the new generation, nothing else."""
+
+
+@dataclass(frozen=True)
 class Reschedule:
     """The spec changed: record the new schedule without checking yet."""
 
     next_check_time: datetime
 
 
-Action = Wait | Check | Deliver | Expire | Suspend | Reschedule
+Action = Wait | Check | Deliver | Expire | Suspend | Acknowledge | Reschedule
 
 
 def decide(tracker: MessageTracker, *, now: datetime, timing: Timing) -> Action:
     """Return the one thing to do for ``tracker`` at ``now``."""
     phase = tracker.status.phase
+    spec_changed = tracker.status.observed_generation != tracker.generation
     if phase in (Phase.REPLIED, Phase.EXPIRED):
         if not delivery_pending(tracker):
-            return Wait(None)
+            # Tools such as kstatus wait for observedGeneration to catch up with
+            # every edit, even of a tracker that has finished.
+            return Acknowledge() if spec_changed else Wait(None)
         due = next_delivery_time(tracker, timing=timing)
         return Deliver() if due is None or due <= now else Wait(due)
 
-    spec_changed = tracker.status.observed_generation != tracker.generation
     if phase == Phase.FAILED and not spec_changed:
         return Wait(None)
 

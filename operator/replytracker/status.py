@@ -281,6 +281,13 @@ def after_invalid_spec(tracker: MessageTracker, *, now: datetime, message: str) 
     return status
 
 
+def after_acknowledge(tracker: MessageTracker) -> MessageTrackerStatus:
+    """Return the status of a finished tracker with the current generation recorded, and nothing else changed."""
+    status = _base(tracker)
+    status.conditions = [c.model_copy(update={"observed_generation": tracker.generation}) for c in status.conditions]
+    return status
+
+
 def after_suspend(tracker: MessageTracker, *, now: datetime) -> MessageTrackerStatus:
     status = _base(tracker)
     status.phase = Phase.SUSPENDED

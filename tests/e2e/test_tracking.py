@@ -404,3 +404,22 @@ def test_webhook_retries_until_delivered(control_plane, namespace, provider, rec
     assert len({d.delivery_id for d in deliveries}) == 1
     assert len({d.body for d in deliveries}) == 1, "every attempt must send the same bytes"
     assert all(d.signature_valid for d in deliveries)
+
+
+def test_finished_tracker_records_spec_edit(control_plane, namespace, provider, start_operator):
+    add_reply(provider)
+    start_operator()
+    apply(
+        control_plane,
+        tracker_manifest("done", namespace, accountId=ACCOUNT, threadId=THREAD, sentAt="2020-01-01T00:00:00Z", frequency=FAST),
+    )
+    replied = wait_for_status(control_plane, namespace, "done", lambda s: s.get("phase") == "Replied", what="phase Replied")
+    control_plane.kubectl("patch", "mt", "done", "-n", namespace, "--type=merge", "-p", '{"spec":{"frequency":2}}')
+    status = wait_for_status(
+        control_plane, namespace, "done", lambda s: s.get("observedGeneration") == 2, what="observedGeneration 2"
+    )
+
+    assert status["phase"] == "Replied"
+    assert status["checkCount"] == replied["checkCount"]
+    assert all(c["observedGeneration"] == 2 for c in status["conditions"])
+    control_plane.kubectl("wait", "--for=condition=Ready", "mt/done", "-n", namespace, "--timeout=10s")

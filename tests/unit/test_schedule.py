@@ -134,3 +134,13 @@ def test_delivered_tracker_is_idle():
 def test_replied_without_webhook_is_idle():
     status = MessageTrackerStatus(phase=Phase.REPLIED, observed_generation=1)
     assert schedule.decide(tracker(status=status), now=T0, timing=TIMING) == schedule.Wait(None)
+
+
+def test_finished_tracker_acknowledges_spec_change():
+    status = MessageTrackerStatus(phase=Phase.REPLIED, observed_generation=1)
+    assert schedule.decide(tracker(generation=2, status=status), now=T0, timing=TIMING) == schedule.Acknowledge()
+
+
+def test_finished_tracker_with_pending_delivery_delivers_first():
+    status = MessageTrackerStatus(phase=Phase.EXPIRED, observed_generation=1, webhook=WebhookStatus(delivery_id="d"))
+    assert schedule.decide(tracker(generation=2, status=status), now=T0, timing=TIMING) == schedule.Deliver()

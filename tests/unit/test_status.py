@@ -119,3 +119,12 @@ def test_expiry():
     assert result.webhook is not None
     assert result.webhook.event == "tracker.expired"
     assert condition(result, "Replied").reason == "Expired"
+
+
+def test_acknowledge_records_generation_only():
+    expired = st.after_expiry(tracker(), now=T0, delivery_id="e", webhook_configured=False)
+    result = st.after_acknowledge(tracker(expired, generation=3))
+    assert result.observed_generation == 3
+    assert all(c.observed_generation == 3 for c in result.conditions)
+    assert result.phase == Phase.EXPIRED
+    assert [c.last_transition_time for c in result.conditions] == [c.last_transition_time for c in expired.conditions]
