@@ -10,11 +10,14 @@ import sys
 def _run(args: argparse.Namespace) -> int:
     import kopf
 
-    from replytracker import handlers  # noqa: F401  (registers the handlers)
+    from replytracker import handlers  # importing registers the handlers
 
     if not args.all_namespaces and not args.namespace:
         print("replytracker run: pass --all-namespaces or at least one --namespace NAME", file=sys.stderr)
         return 2
+    handlers.exact_namespaces_only = not args.all_namespaces and not any(
+        char in name for name in args.namespace for char in "*?[!"
+    )
     kopf.configure(verbose=args.verbose, debug=args.debug, log_prefix=True)
     # The Kubernetes client logs response bodies at debug level, Secrets
     # included, and the HTTP libraries log every request: keep them quiet

@@ -25,6 +25,10 @@ from replytracker.settings import Settings
 
 logger = logging.getLogger(__name__)
 
+# Set by ``replytracker run`` before kopf starts: True when the operator
+# watches only namespaces named exactly, without globs.
+exact_namespaces_only = False
+
 
 @kopf.on.startup()
 async def start_engine(memo: kopf.Memo, settings: kopf.OperatorSettings, **_: Any) -> None:
@@ -32,6 +36,11 @@ async def start_engine(memo: kopf.Memo, settings: kopf.OperatorSettings, **_: An
     # One replica runs at a time (the Deployment uses strategy Recreate), so
     # kopf's peering, which needs cluster-wide CRDs of its own, is not used.
     settings.peering.standalone = True
+    if exact_namespaces_only:
+        # Watching named namespaces needs no cluster-wide lookups, and a
+        # namespaced install's Role does not allow them: without this, kopf
+        # retries forbidden CRD and namespace scans for about a minute.
+        settings.scanning.disabled = True
     settings.posting.level = logging.WARNING
     settings.watching.server_timeout = 300
 
@@ -54,6 +63,7 @@ async def start_engine(memo: kopf.Memo, settings: kopf.OperatorSettings, **_: An
         memo.metrics_server = server
         logger.info("Serving metrics on %s:%d/metrics.", config.metrics_address, config.metrics_port)
     memo.engine_task = asyncio.create_task(engine.run(), name="replytracker-engine")
+    memo.engine_task.add_done_callback(_report_engine_exit)
     logger.info(
         "reply-tracker started: provider %s, minimum interval %g s, default webhook %s.",
         config.api_url,
@@ -85,8 +95,24 @@ async def stop_engine(memo: kopf.Memo, **_: Any) -> None:
     logger.info("reply-tracker stopped.")
 
 
+def _report_engine_exit(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        logger.critical("The scheduler stopped: %r. The liveness probe now fails.", task.exception())
+
+
+@kopf.on.probe(id="scheduler")
+def scheduler_alive(memo: kopf.Memo, **_: Any) -> int:
+    """Report the number of trackers, and fail the liveness endpoint once the scheduler has stopped."""
+    task: asyncio.Task[None] | None = memo.get("engine_task")
+    if task is None or task.done():
+        raise RuntimeError("the reply-tracker scheduler is not running")
+    engine: Engine = memo.engine
+    return engine.tracked
+
+
+# async, so that kopf calls it on the event loop: the engine is not thread-safe.
 @kopf.on.event(GROUP, VERSION, PLURAL)
-def on_tracker_event(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+async def on_tracker_event(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     """Pass each event to the engine; ``type`` is None for objects listed at start."""
     engine: Engine = memo.engine
     if type == "DELETED":

@@ -7,11 +7,13 @@ without kube-controller-manager, so tests cannot clean up after each other.
 
 from __future__ import annotations
 
+import os
 import secrets
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from existing_cluster import KUBECONFIG_VARIABLE, ExistingCluster, existing_cluster_from_environment
 from support import ACCOUNT, WEBHOOK_SECRET, OperatorProcess
 
 from replytracker.controlplane import ControlPlane, find_assets
@@ -25,16 +27,26 @@ from replytracker.receiver import WebhookReceiver
 @pytest.fixture(scope="session")
 def control_plane_assets() -> Path:
     """Folder with kube-apiserver, kubectl and etcd, built on the first run on a machine."""
+    if os.environ.get(KUBECONFIG_VARIABLE, "").strip():
+        pytest.skip(f"starts a local control plane, and {KUBECONFIG_VARIABLE} names a cluster to use instead")
     return find_assets()
 
 
 @pytest.fixture(scope="session")
 def control_plane(
-    control_plane_assets: Path, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[ControlPlane]:
-    """Running control plane shared by the whole session, with its logs kept in its workdir."""
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ControlPlane | ExistingCluster]:
+    """Running control plane shared by the whole session, with its logs kept in its workdir.
+
+    With REPLYTRACKER_E2E_KUBECONFIG set, this is that cluster instead, and nothing is started.
+    """
     workdir = tmp_path_factory.mktemp("control-plane")
-    with ControlPlane(assets=control_plane_assets, workdir=workdir) as plane:
+    existing = existing_cluster_from_environment(workdir=workdir)
+    if existing is not None:
+        yield existing
+        return
+    assets = request.getfixturevalue("control_plane_assets")
+    with ControlPlane(assets=assets, workdir=workdir) as plane:
         yield plane
 
 
@@ -109,10 +121,12 @@ def start_operator(
 
     Settings are shrunk to seconds so that schedules play out within a test;
     keyword arguments override REPLYTRACKER_* settings by their suffix.
+    ``all_namespaces=True`` runs it with ``--all-namespaces`` instead of
+    ``--namespace`` and the test's namespace.
     """
     started: list[OperatorProcess] = []
 
-    def start(*, kubeconfig: Path | None = None, **overrides: str) -> OperatorProcess:
+    def start(*, kubeconfig: Path | None = None, all_namespaces: bool = False, **overrides: str) -> OperatorProcess:
         env = {
             "REPLYTRACKER_API_URL": provider.api_url,
             "REPLYTRACKER_API_KEY": "test-key",
@@ -130,6 +144,7 @@ def start_operator(
             namespace=namespace,
             env=env,
             log_path=tmp_path / f"operator-{len(started)}.log",
+            all_namespaces=all_namespaces,
         )
         process.start()
         started.append(process)

@@ -85,20 +85,28 @@ def tracker_manifest(name: str, namespace: str, **spec: Any) -> dict[str, Any]:
 
 
 class OperatorProcess:
-    """``replytracker run`` in a subprocess, watching one namespace, with its log in a file."""
+    """``replytracker run`` in a subprocess, watching one namespace, with its log in a file.
 
-    def __init__(self, *, kubeconfig: Path, namespace: str, env: dict[str, str], log_path: Path) -> None:
+    With ``all_namespaces`` it runs with ``--all-namespaces`` instead, as the
+    Deployment in deploy/ does.
+    """
+
+    def __init__(
+        self, *, kubeconfig: Path, namespace: str, env: dict[str, str], log_path: Path, all_namespaces: bool = False
+    ) -> None:
         self._kubeconfig = kubeconfig
         self._namespace = namespace
+        self._all_namespaces = all_namespaces
         self._env = env
         self.log_path = log_path
         self._process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
         env = {**os.environ, **self._env, "KUBECONFIG": str(self._kubeconfig)}
+        scope = ["--all-namespaces"] if self._all_namespaces else ["--namespace", self._namespace]
         log = open(self.log_path, "ab")
         self._process = subprocess.Popen(
-            [sys.executable, "-m", "replytracker.cli", "run", "--namespace", self._namespace, "--verbose"],
+            [sys.executable, "-m", "replytracker.cli", "run", *scope, "--verbose"],
             env=env,
             stdout=log,
             stderr=subprocess.STDOUT,
