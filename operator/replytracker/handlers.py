@@ -105,7 +105,8 @@ def scheduler_alive(memo: kopf.Memo, **_: Any) -> int:
     """Report the number of trackers, and fail the liveness endpoint once the scheduler has stopped."""
     task: asyncio.Task[None] | None = memo.get("engine_task")
     if task is None or task.done():
-        raise RuntimeError("the reply-tracker scheduler is not running")
+        # A permanent error fails the probe at once, so kopf's endpoint returns HTTP 500.
+        raise kopf.PermanentError("the reply-tracker scheduler is not running")
     engine: Engine = memo.engine
     return engine.tracked
 

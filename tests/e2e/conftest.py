@@ -122,11 +122,18 @@ def start_operator(
     Settings are shrunk to seconds so that schedules play out within a test;
     keyword arguments override REPLYTRACKER_* settings by their suffix.
     ``all_namespaces=True`` runs it with ``--all-namespaces`` instead of
-    ``--namespace`` and the test's namespace.
+    ``--namespace`` and the test's namespace, and ``liveness`` passes a URL
+    to ``--liveness``.
     """
     started: list[OperatorProcess] = []
 
-    def start(*, kubeconfig: Path | None = None, all_namespaces: bool = False, **overrides: str) -> OperatorProcess:
+    def start(
+        *,
+        kubeconfig: Path | None = None,
+        all_namespaces: bool = False,
+        liveness: str | None = None,
+        **overrides: str,
+    ) -> OperatorProcess:
         env = {
             "REPLYTRACKER_API_URL": provider.api_url,
             "REPLYTRACKER_API_KEY": "test-key",
@@ -145,6 +152,7 @@ def start_operator(
             env=env,
             log_path=tmp_path / f"operator-{len(started)}.log",
             all_namespaces=all_namespaces,
+            liveness=liveness,
         )
         process.start()
         started.append(process)

@@ -92,11 +92,19 @@ class OperatorProcess:
     """
 
     def __init__(
-        self, *, kubeconfig: Path, namespace: str, env: dict[str, str], log_path: Path, all_namespaces: bool = False
+        self,
+        *,
+        kubeconfig: Path,
+        namespace: str,
+        env: dict[str, str],
+        log_path: Path,
+        all_namespaces: bool = False,
+        liveness: str | None = None,
     ) -> None:
         self._kubeconfig = kubeconfig
         self._namespace = namespace
         self._all_namespaces = all_namespaces
+        self._extra_args = [f"--liveness={liveness}"] if liveness else []
         self._env = env
         self.log_path = log_path
         self._process: subprocess.Popen[bytes] | None = None
@@ -106,7 +114,7 @@ class OperatorProcess:
         scope = ["--all-namespaces"] if self._all_namespaces else ["--namespace", self._namespace]
         log = open(self.log_path, "ab")
         self._process = subprocess.Popen(
-            [sys.executable, "-m", "replytracker.cli", "run", *scope, "--verbose"],
+            [sys.executable, "-m", "replytracker.cli", "run", *scope, *self._extra_args, "--verbose"],
             env=env,
             stdout=log,
             stderr=subprocess.STDOUT,

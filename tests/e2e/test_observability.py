@@ -116,3 +116,22 @@ def test_events_posted_once_per_cause(control_plane, namespace, provider, receiv
     assert denied[0]["type"] == "Warning"
     assert denied[0]["involvedObject"]["kind"] == "MessageTracker"
     assert "not-the-secret" not in json.dumps(denied)
+
+
+def test_liveness_endpoint_reports_scheduler(control_plane, namespace, provider, start_operator):
+    port = free_port()
+    start_operator(liveness=f"http://127.0.0.1:{port}/healthz")
+    apply(control_plane, tracker_manifest("one", namespace, accountId=ACCOUNT, threadId="t", frequency=1))
+    wait_for_status(control_plane, namespace, "one", lambda s: s.get("checkCount", 0) >= 1, what="the first check")
+
+    response = wait_for(lambda: _try_get(f"http://127.0.0.1:{port}/healthz"), timeout=30, what="the liveness endpoint")
+
+    assert response.status_code == 200
+    assert response.json() == {"scheduler": 1}
+
+
+def _try_get(url: str):
+    try:
+        return httpx.get(url, timeout=5)
+    except httpx.HTTPError:
+        return None
