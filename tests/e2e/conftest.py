@@ -58,11 +58,16 @@ def namespace(control_plane: ControlPlane) -> Iterator[str]:
     """Name of a new namespace (``rt-`` and six hex digits) for one test.
 
     The namespace is deleted afterwards without waiting, because without
-    kube-controller-manager it stays Terminating.
+    kube-controller-manager it stays Terminating. Its trackers are deleted
+    first (they have no finalizers, so they go at once): nothing else would
+    remove them, and an operator watching all namespaces in a later test
+    would otherwise still act on them.
     """
     name = f"rt-{secrets.token_hex(3)}"
     control_plane.kubectl("create", "namespace", name)
     yield name
+    # check=False: the CRD may not be installed in tests that never needed it.
+    control_plane.kubectl("delete", "messagetrackers", "--all", "-n", name, "--wait=false", check=False)
     control_plane.kubectl("delete", "namespace", name, "--wait=false")
 
 
