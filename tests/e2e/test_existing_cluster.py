@@ -147,18 +147,22 @@ def test_kind_test_script_runs_suite(other_plane: ControlPlane, tmp_path: Path) 
         text=True,
         timeout=240,
     )
-    items = json.loads(
-        other_plane.kubectl("get", "messagetrackers", "--all-namespaces", "--output=json").stdout
-    )["items"]
-    trackers = {item["metadata"]["name"]: item for item in items}
+    # The inner test deletes its trackers when it ends, but its namespace stays
+    # Terminating (no kube-controller-manager), which shows where it ran.
+    test_namespaces = [
+        item["metadata"]["name"]
+        for item in json.loads(other_plane.kubectl("get", "namespaces", "--output=json").stdout)["items"]
+        if item["metadata"]["name"].startswith("rt-")
+    ]
+    crd = other_plane.kubectl("get", "crd", "messagetrackers.replytracker.dev", check=False)
     deployment = json.loads(
         other_plane.kubectl("get", "deployment", "operator", "--namespace=in-cluster", "--output=json").stdout
     )
 
     assert result.returncode == 0, f"tools/kind/test.sh failed:\n{result.stdout}\n{result.stderr}"
     assert "1 passed" in result.stdout
-    assert "bob" in trackers
-    assert trackers["bob"]["status"]["phase"] == "Replied"
+    assert len(test_namespaces) == 1
+    assert crd.returncode == 0
     assert "Scaling deployment in-cluster/operator to 0 replicas" in result.stdout
     assert deployment["spec"]["replicas"] == 1
     # Created at generation 1, then scaled to 0 and back.
