@@ -18,7 +18,11 @@ def _run(args: argparse.Namespace) -> int:
     handlers.exact_namespaces_only = not args.all_namespaces and not any(
         char in name for name in args.namespace for char in "*?[!"
     )
-    kopf.configure(verbose=args.verbose, debug=args.debug, log_prefix=True)
+    # kopf's verbose mode logs its own internals at debug level, so --verbose
+    # raises only the operator's loggers and leaves kopf's to --debug.
+    kopf.configure(debug=args.debug, log_prefix=True)
+    if args.verbose or args.debug:
+        logging.getLogger("replytracker").setLevel(logging.DEBUG)
     # The Kubernetes client logs response bodies at debug level, Secrets
     # included, and the HTTP libraries log every request: keep them quiet
     # whatever the verbosity.
@@ -102,8 +106,8 @@ def build_parser() -> argparse.ArgumentParser:
     fake = commands.add_parser("fake-provider", help="serve a fake WeLink-compatible provider for tests")
     fake.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     fake.add_argument("--port", type=int, default=8090, help="port to listen on (default 8090)")
-    fake.add_argument("--api-key", default="test-key", help="API key the fake accepts")
-    fake.add_argument("--api-secret", default="test-secret", help="API secret the fake accepts")
+    fake.add_argument("--api-key", default="test-key", help="API key the fake accepts (default test-key)")
+    fake.add_argument("--api-secret", default="test-secret", help="API secret the fake accepts (default test-secret)")
     fake.add_argument(
         "--mode", choices=["sync", "async"], default="sync", help="answer at once, or through get_response"
     )

@@ -28,6 +28,8 @@ class EventRecorder:
         self._clock = clock or time.monotonic
         self._last: dict[tuple[str, str], float] = {}
 
+    # NOTE: the last-posted times live in memory only, so an operator restart
+    # can post a cause's Event again within the period.
     def should_post(self, uid: str, reason: str) -> bool:
         """Return True, and remember the time, unless the same uid and reason posted within the period."""
         now = self._clock()

@@ -111,8 +111,8 @@ class MessageTrackerSpec(_Model):
     )
     frequency: Annotated[float, Field(gt=0, le=8760)] = Field(
         default=1.0,
-        description="Hours between checks; may be fractional. The operator never checks more "
-        "often than its minimum interval (REPLYTRACKER_MIN_FREQUENCY_SECONDS, default 60 s).",
+        description="Hours between checks, default 1; may be fractional. The operator never checks "
+        "more often than its minimum interval (REPLYTRACKER_MIN_FREQUENCY_SECONDS, default 60 s).",
     )
     suspend: bool = Field(
         default=False,

@@ -257,7 +257,7 @@ def after_failure(
         type=READY,
         status=False,
         reason=reason,
-        message=f"{message} Next check at {_format(_stamp_up(next_check))}.",
+        message=f"{message.rstrip('. ')}. Next check at {_format(_stamp_up(next_check))}.",
         generation=tracker.generation,
         now=now,
     )
