@@ -57,8 +57,8 @@ def _first(raw: Mapping[str, Any], names: Sequence[str]) -> Any:
 def parse_time(value: Any) -> datetime | None:
     """Parse Unix seconds, Unix milliseconds or an ISO 8601 string into an aware UTC datetime.
 
-    Returns None for a value that is none of these, so that one odd message
-    does not fail the whole check.
+    Return None for any other value, so that one odd message does not fail
+    the whole check.
     """
     if value is None or isinstance(value, bool):
         return None
@@ -136,7 +136,7 @@ def parse_messages(raw_messages: Sequence[Any]) -> list[Message]:
 
 @dataclass(frozen=True)
 class ReplyCriteria:
-    """What makes a message count as a reply for one tracker."""
+    """Criteria that make a message count as a reply for one tracker."""
 
     profile_id: str | None
     message_id: str | None
@@ -168,8 +168,8 @@ def is_reply(message: Message, *, criteria: ReplyCriteria, owner_profile_id: str
         return True
     if owner_profile_id is not None:
         return sender != owner_profile_id
-    # Without an owner flag and without the owner's profile id, only the
-    # tracked recipient's own messages can be told apart from the owner's.
+    # Without the owner flag or the owner's profile id, a set profileId limits
+    # replies to that profile, and otherwise any sender counts.
     return criteria.profile_id is None
 
 

@@ -16,7 +16,7 @@ from replytracker.controlplane import ControlPlane
 
 T = TypeVar("T")
 
-# Provider account that the e2e fake provider knows from the start.
+# Provider account that exists in the e2e fake provider from the start.
 ACCOUNT = "acc-1"
 
 # Signing key of the webhook Secret that the e2e fixtures create.

@@ -54,12 +54,12 @@ def test_parse_message_accepts_every_spelling(raw):
     assert message.sent_at == CREATED
 
 
-def test_parse_messages_sorts_by_time_when_all_have_one():
+def test_thread_sorted_by_time():
     messages = parse_messages([{"id": "b", "created_at": 20}, {"id": "a", "created_at": 10}])
     assert [m.message_id for m in messages] == ["a", "b"]
 
 
-def test_parse_messages_keeps_order_when_a_time_is_missing():
+def test_thread_order_kept_without_times():
     messages = parse_messages([{"id": "b", "created_at": 20}, {"id": "a"}, "not a message"])
     assert [m.message_id for m in messages] == ["b", "a"]
 
@@ -140,7 +140,7 @@ def test_profile_id_decides_without_flag_or_owner():
     assert reply.message_id == "b"
 
 
-def test_flag_true_is_never_a_reply_even_from_profile():
+def test_owner_flag_beats_profile_id():
     after = CREATED.timestamp() + 60
     messages = thread({"id": "a", "sender_id": "bob", "is_sender": True, "created_at": after})
     assert find_reply(messages, criteria=criteria(profile_id="bob")) is None
