@@ -14,6 +14,8 @@ pytestmark = pytest.mark.e2e
 def test_restart_keeps_schedule_and_delivers_once(
     control_plane, namespace, provider, receiver, webhook_secret, start_operator
 ):
+    # The reply is there before the tracker, so its first check finds it.
+    add_reply(provider, thread="answered")
     operator = start_operator()
     apply(control_plane, tracker_manifest("hourly", namespace, accountId=ACCOUNT, threadId=THREAD, frequency=1))
     apply(
@@ -23,7 +25,6 @@ def test_restart_keeps_schedule_and_delivers_once(
             frequency=FAST, webhook=webhook_spec(receiver, webhook_secret),
         ),
     )
-    add_reply(provider, thread="answered")
     before = wait_for_status(control_plane, namespace, "hourly", lambda s: s.get("checkCount") == 1, what="the first check")
     wait_for_status(
         control_plane, namespace, "answered", lambda s: (s.get("webhook") or {}).get("deliveredTime"), what="delivery"
@@ -48,7 +49,7 @@ def test_restart_during_delivery_keeps_delivery_id(
 ):
     receiver.respond_with(500)
     add_reply(provider)
-    # A long retry delay holds the second attempt until after the crash.
+    # A long retry delay keeps the second attempt from running before the crash.
     first = start_operator(webhook_retry_base_seconds="600", webhook_retry_max_seconds="600")
     apply(
         control_plane,
