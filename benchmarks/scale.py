@@ -1,9 +1,9 @@
 """Benchmark: the operator with many trackers against a real API server.
 
-Creates N trackers (frequency 1 hour) in a control plane of its own, starts
-the operator, and measures how long it takes until every tracker has had its
-first check, the operator's memory and CPU, and then what a restart costs:
-the trackers must not be checked again, because none is due.
+Creates N trackers (frequency 1 hour) in a control plane of its own and starts
+the operator. It measures the time until every tracker has had its first
+check, and the operator's memory and CPU. It then restarts the operator and
+counts provider calls, which must be zero because no tracker is due.
 
 Run: .venv/bin/python benchmarks/scale.py --trackers 10000
 (``make control-plane`` first, or set KUBEBUILDER_ASSETS). Everything runs on

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Build kube-apiserver, kubectl and etcd from Go modules, cache them outside
-# the checkout, and print the folder that holds them.
+# the checkout, and print the folder that contains them.
 #
-# A folder named by KUBEBUILDER_ASSETS that already holds all three binaries
+# A folder named by KUBEBUILDER_ASSETS that already contains all three binaries
 # is used as it is, so envtest assets can be reused. Otherwise the binaries
 # are built once per pinned version into
 # ${REPLYTRACKER_CACHE_DIR:-$XDG_CACHE_HOME/replytracker}/control-plane/<key>.

@@ -59,6 +59,27 @@ class KubectlError(ControlPlaneError):
         self.result = result
 
 
+def run_kubectl(
+    kubectl: Path,
+    *args: str,
+    kubeconfig: Path,
+    cache_dir: Path,
+    input: str | None = None,
+    check: bool = True,
+    timeout: float = 60,
+) -> subprocess.CompletedProcess[str]:
+    """Run ``kubectl`` with ``kubeconfig`` and return the result.
+
+    The discovery cache goes to ``cache_dir``, out of the user's ~/.kube.
+    Raises ``KubectlError`` on a non-zero exit status when ``check`` is true.
+    """
+    command = [str(kubectl), f"--kubeconfig={kubeconfig}", f"--cache-dir={cache_dir}", *args]
+    result = subprocess.run(command, input=input, capture_output=True, text=True, timeout=timeout, check=False)
+    if check and result.returncode != 0:
+        raise KubectlError(result)
+    return result
+
+
 def free_port() -> int:
     """Return a TCP port on 127.0.0.1 that was free a moment ago.
 
@@ -428,24 +449,15 @@ class ControlPlane:
         timeout: float,
     ) -> subprocess.CompletedProcess[str]:
         assert self._temp_dir is not None
-        command = [
-            str(self._assets / "kubectl"),
-            f"--kubeconfig={kubeconfig}",
-            # Keep the discovery cache out of the user's ~/.kube.
-            f"--cache-dir={self._temp_dir / 'kubectl-cache'}",
+        return run_kubectl(
+            self._assets / "kubectl",
             *args,
-        ]
-        result = subprocess.run(
-            command,
+            kubeconfig=kubeconfig,
+            cache_dir=self._temp_dir / "kubectl-cache",
             input=input,
-            capture_output=True,
-            text=True,
+            check=check,
             timeout=timeout,
-            check=False,
         )
-        if check and result.returncode != 0:
-            raise KubectlError(result)
-        return result
 
     def _start_etcd(self, deadline: float) -> str:
         assert self._temp_dir is not None

@@ -219,7 +219,7 @@ class ProviderClient:
     async def fetch_messages(self, *, account_id: str, thread_id: str, credentials: Credentials) -> list[Any]:
         """Return the raw messages of one thread.
 
-        Raises a ``ProviderError`` subclass on any failure, including an answer
+        Raises a ``ProviderError`` subclass on any failure, including a response
         without a message list.
         """
         result = await self._result(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from urllib.parse import urlsplit
+
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -66,4 +68,17 @@ class Settings(BaseSettings):
     @field_validator("api_url")
     @classmethod
     def _strip_slash(cls, value: str) -> str:
-        return value.rstrip("/")
+        return _http_url(value, "REPLYTRACKER_API_URL").rstrip("/")
+
+    @field_validator("webhook_url")
+    @classmethod
+    def _check_webhook_url(cls, value: str | None) -> str | None:
+        return None if value is None else _http_url(value, "REPLYTRACKER_WEBHOOK_URL")
+
+
+def _http_url(value: str, name: str) -> str:
+    """Return ``value`` if it is an absolute http or https URL with a host, else raise ValueError."""
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"{name} must be an absolute http or https URL, got {value!r}")
+    return value

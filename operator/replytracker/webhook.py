@@ -122,6 +122,11 @@ async def deliver(
         headers[signing.SIGNATURE_HEADER] = signing.sign(body, secret=secret, timestamp=timestamp)
     try:
         response = await client.post(url, content=body, headers=headers)
+    except (httpx.InvalidURL, httpx.UnsupportedProtocol) as exc:
+        # Retrying cannot fix the URL itself.
+        return DeliveryResult(
+            delivered=False, status_code=None, error=f"invalid webhook URL {url!r}: {exc}", permanent=True
+        )
     except httpx.TimeoutException as exc:
         return DeliveryResult(delivered=False, status_code=None, error=f"timed out ({type(exc).__name__})", permanent=False)
     except httpx.HTTPError as exc:

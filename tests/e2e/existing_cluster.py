@@ -18,7 +18,7 @@ from typing import Any
 
 import yaml
 
-from replytracker.controlplane import ControlPlaneError, KubectlError, find_assets
+from replytracker.controlplane import ControlPlaneError, find_assets, run_kubectl
 
 KUBECONFIG_VARIABLE = "REPLYTRACKER_E2E_KUBECONFIG"
 
@@ -59,18 +59,15 @@ class ExistingCluster:
         Raises ``KubectlError`` on a non-zero exit status when ``check`` is true.
         ``timeout`` is in seconds.
         """
-        command = [
-            str(self._kubectl),
-            f"--kubeconfig={self._kubeconfig}",
-            f"--cache-dir={self._cache_dir}",
+        return run_kubectl(
+            Path(self._kubectl),
             *args,
-        ]
-        result = subprocess.run(
-            command, input=input, capture_output=True, text=True, timeout=timeout, check=False
+            kubeconfig=Path(self._kubeconfig),
+            cache_dir=Path(self._cache_dir),
+            input=input,
+            check=check,
+            timeout=timeout,
         )
-        if check and result.returncode != 0:
-            raise KubectlError(result)
-        return result
 
     def service_account_kubeconfig(
         self,

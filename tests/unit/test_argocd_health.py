@@ -293,7 +293,7 @@ def test_reply_without_webhook_is_healthy():
     assert health.message.startswith("ReplyDetected: Reply from Bob Example")
 
 
-def test_reply_with_pending_webhook_is_healthy_and_says_so():
+def test_pending_webhook_reply_healthy():
     status = replied(webhook_configured=True)
 
     health = run_health_check(as_object(status))

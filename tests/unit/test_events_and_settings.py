@@ -60,3 +60,10 @@ def test_settings_reject_bad_values(monkeypatch):
     monkeypatch.setenv("REPLYTRACKER_MIN_FREQUENCY_SECONDS", "0")
     with pytest.raises(ValidationError, match="min_frequency_seconds"):
         Settings()
+
+
+@pytest.mark.parametrize(("name", "value"), [("API_URL", "127.0.0.1:8090/api/v1"), ("WEBHOOK_URL", "ftp://host/hook")])
+def test_settings_reject_non_http_urls(monkeypatch, name, value):
+    monkeypatch.setenv(f"REPLYTRACKER_{name}", value)
+    with pytest.raises(ValidationError, match=f"REPLYTRACKER_{name} must be an absolute http or https URL"):
+        Settings()

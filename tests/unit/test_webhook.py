@@ -93,3 +93,15 @@ def test_deliver_reports_connection_errors():
     assert result.delivered is False
     assert result.permanent is False
     assert result.status_code is None
+
+
+@pytest.mark.parametrize("url", ["ftp://127.0.0.1/hook", "http://[::1/hook"])
+def test_deliver_invalid_url_is_permanent(url):
+    async def go():
+        async with httpx.AsyncClient(timeout=2) as client:
+            return await webhook.deliver(client, url=url, body=b"{}", event="e", delivery="d", secret=None)
+
+    result = asyncio.run(go())
+    assert result.delivered is False
+    assert result.permanent is True
+    assert "invalid webhook URL" in result.error
